@@ -1,0 +1,44 @@
+# optarena — one command each: `make demo`, `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# The CPU build of torch on machines without an NVIDIA GPU; pip resolves torch to a CUDA
+# build otherwise (several GB). Override with `make setup TORCH_CONSTRAINTS=` to skip.
+TORCH_CONSTRAINTS ?= $(if $(shell command -v nvidia-smi 2>/dev/null),,constraints/cpu.txt)
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test test-fast lint format bench clean
+
+setup: $(STAMP)
+
+# Re-installs only when the dependency list changes, so `make test` stays fast.
+$(STAMP): pyproject.toml constraints/cpu.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet $(if $(TORCH_CONSTRAINTS),-c $(TORCH_CONSTRAINTS)) -e '.[dev]'
+	@touch $@
+
+demo: setup
+	$(PY) -m services.demo
+
+test: setup
+	$(PY) -m pytest -q
+
+test-fast: setup
+	$(PY) -m pytest -q -m 'not slow'
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: setup
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+bench: setup
+	$(PY) -m benchmarks.optimizer_step
+	$(PY) -m benchmarks.trainer_overhead
+
+clean:
+	rm -rf $(VENV) .optarena .pytest_cache .ruff_cache *.egg-info

@@ -1,0 +1,1 @@
+"""Performance measurements (not tests); each writes its section of docs/BENCHMARKS.md."""
