@@ -1,0 +1,192 @@
+"""The ``optarena`` command.
+
+Each subcommand is a function that adds its parser to the subparsers and sets ``handler``
+to the function that runs it; ``COMMANDS`` lists them, so adding a subcommand is one
+function and one entry. Exit codes: 0 ok, 1 the run failed (a diverged or failed trial), 2
+bad input (unknown name, invalid value, missing data file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+if TYPE_CHECKING:  # the trainer imports torch: loaded only when a command needs it
+    from services.trainer import EpochMetrics, TrialResult
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+# PyYAML (YAML 1.1) reads "1e-3" as a string: it wants "1.0e-3". Numbers written the
+# ordinary way are converted here so that --set hparams.lr=1e-3 means 0.001.
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
+class BadInput(Exception):
+    """Input the user has to fix; reported with exit code 2."""
+
+
+def parse_value(text: str) -> Any:
+    """A ``--set`` value as YAML (``0.1``, ``1e-3``, ``true``, ``null``, ``[0.9, 0.99]``,
+    ``relu``); anything that is not valid YAML stays a string."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    return _numbers_from_strings(value)
+
+
+def _numbers_from_strings(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_numbers_from_strings(v) for v in value]
+    if isinstance(value, str) and _NUMBER.fullmatch(value):
+        return float(value)
+    return value
+
+
+def apply_settings(config: dict[str, Any], settings: Sequence[str]) -> dict[str, Any]:
+    """Apply ``key=value`` settings with dotted keys (``hparams.lr=0.01`` sets
+    ``config["hparams"]["lr"]``) to a copy of ``config``."""
+    result = json.loads(json.dumps(config))
+    for setting in settings:
+        key, sep, text = setting.partition("=")
+        if not sep or not key:
+            raise BadInput(f"--set expects key=value, got {setting!r}")
+        *parents, leaf = key.split(".")
+        target = result
+        for part in parents:
+            child = target.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise BadInput(f"--set {key}: {part!r} is {child!r}, not a mapping")
+            target = child
+        target[leaf] = parse_value(text)
+    return result
+
+
+# --- optarena train -------------------------------------------------------------------------
+
+
+def add_train_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "train",
+        help="run one trial (one workload, optimizer and configuration) and print its result",
+        description=(
+            "Train one model with one configuration and print the trial's result. Any trial "
+            "config key can be set with --set, dotted for nested keys, values as YAML: "
+            "--set hparams.lr=0.01 --set model.dropout=0.2 --set schedule.name=cosine. "
+            "Exit code 0 for a completed or early-stopped trial, 1 for a diverged or failed "
+            "one, 2 for invalid input."
+        ),
+    )
+    parser.add_argument("--workload", required=True, help="workload name, e.g. mnist1d-mlp")
+    parser.add_argument("--optimizer", required=True, help="optimizer name, e.g. adam")
+    parser.add_argument(
+        "--set",
+        dest="settings",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="set a trial config key (repeatable)",
+    )
+    parser.add_argument("--epochs", type=int, help="epochs (default: the workload's)")
+    parser.add_argument("--seed", type=int, help="seed (default 0)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), help="default auto")
+    parser.add_argument("--data-dir", help="data directory (default $OPTARENA_DATA_DIR)")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.set_defaults(handler=run_train)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from services.trainer import TrialConfig, run_trial
+    from services.workloads import DataFileMissing
+
+    config: dict[str, Any] = {"workload": args.workload, "optimizer": args.optimizer}
+    config = apply_settings(config, args.settings)
+    for key, value in (
+        ("epochs", args.epochs),
+        ("seed", args.seed),
+        ("device", args.device),
+        ("data_dir", args.data_dir),
+    ):
+        if value is not None:
+            config[key] = value
+    try:
+        trial_config = TrialConfig.from_dict(config)
+        result = run_trial(trial_config, reporter=None if args.json else _print_epoch)
+    except (ValueError, DataFileMissing) as error:
+        raise BadInput(str(error)) from error
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2, allow_nan=False))
+    else:
+        _print_summary(result)
+    return EXIT_OK if result.status in ("completed", "early_stopped") else EXIT_FAILED
+
+
+def _print_epoch(metrics: EpochMetrics) -> None:
+    print(
+        f"epoch {metrics.epoch:>4}  step {metrics.step:>7}  train_loss {metrics.train_loss:.4f}"
+        f"  val {metrics.val_metric:.4f}  lr {metrics.lr:.3g}  {metrics.epoch_time_s:.2f}s",
+        flush=True,
+    )
+
+
+def _print_summary(result: TrialResult) -> None:
+    def fmt(value: float | None, spec: str = ".4f") -> str:
+        return "-" if value is None else format(value, spec)
+
+    rows = [
+        ("status", result.status),
+        (f"final val {result.metric}", fmt(result.final_val_metric)),
+        (f"test {result.metric}", fmt(result.test_metric)),
+        ("target", f"{result.target} ({result.direction})"),
+        (
+            "time to target",
+            f"{fmt(result.time_to_target_s, '.2f')} s, {fmt(result.steps_to_target, 'd')} steps",
+        ),
+        (
+            "train time",
+            f"{result.train_time_s:.2f} s, {result.steps} steps, "
+            f"{result.samples_per_s:,.0f} samples/s on {result.device}",
+        ),
+    ]
+    if result.diverged_at_step is not None:
+        rows.append(("diverged at step", str(result.diverged_at_step)))
+    if result.error is not None:
+        rows.append(("error", result.error))
+    width = max(len(label) for label, _ in rows) + 2
+    print("\n".join(f"{label:<{width}}{value}" for label, value in rows))
+
+
+# --- entry point ----------------------------------------------------------------------------
+
+COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (add_train_parser,)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="optarena",
+        description="Distributed hyperparameter benchmarking of deep-learning optimizers.",
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add_parser in COMMANDS:
+        add_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``optarena`` command line; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except BadInput as error:
+        print(f"optarena {args.command}: error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,187 @@
+"""Datasets as in-memory arrays with fixed train / validation / test splits.
+
+This module holds the datasets that are generated or bundled (the noisy quadratic, MNIST-1D,
+scikit-learn's digits) and the split type every dataset shares; the file formats of MNIST,
+Fashion-MNIST and CIFAR-10 are read in ``files.py``.
+
+Splits are facts of the workload, not of a trial: where a validation split has to be carved
+out of a training split, it is the same subset for every trial (chosen with a fixed seed), so
+tuning always looks at the same validation data and never at the test data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+DATA_DIR_ENV = "OPTARENA_DATA_DIR"
+DEFAULT_DATA_DIR = Path(".optarena") / "data"
+# The validation carve-out is a workload fact: the same seed for every workload and trial.
+VALIDATION_SEED = 0
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split of a dataset: ``x`` float32 inputs, ``y`` targets, first axis = samples."""
+
+    x: np.ndarray
+    y: np.ndarray
+
+    def __post_init__(self) -> None:
+        if len(self.x) != len(self.y):
+            raise ValueError(f"x has {len(self.x)} samples but y has {len(self.y)}")
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A dataset with its three splits; ``num_classes`` is 0 for regression-style targets."""
+
+    name: str
+    train: Split
+    val: Split
+    test: Split
+    num_classes: int
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one input sample (without the batch axis)."""
+        return tuple(self.train.x.shape[1:])
+
+
+def data_root(data_dir: str | os.PathLike[str] | None = None) -> Path:
+    """The data directory: ``data_dir`` if given, else ``$OPTARENA_DATA_DIR``, else
+    ``.optarena/data`` under the current directory."""
+    if data_dir is not None:
+        return Path(data_dir)
+    return Path(os.environ.get(DATA_DIR_ENV, DEFAULT_DATA_DIR))
+
+
+def carve_validation(x: np.ndarray, y: np.ndarray, n_val: int) -> tuple[Split, Split]:
+    """Split ``(x, y)`` into (train, validation) with ``n_val`` validation samples chosen by a
+    fixed-seed permutation, so every trial gets the same validation subset."""
+    if not 0 < n_val < len(x):
+        raise ValueError(f"n_val must be in (0, {len(x)}), got {n_val}")
+    order = np.random.default_rng(VALIDATION_SEED).permutation(len(x))
+    val_idx, train_idx = np.sort(order[:n_val]), np.sort(order[n_val:])
+    return Split(x[train_idx], y[train_idx]), Split(x[val_idx], y[val_idx])
+
+
+def atomic_write_npz(path: Path, **arrays: np.ndarray) -> None:
+    """Write ``arrays`` to ``path`` through a temporary file and a rename, so concurrent trials
+    that generate the same cache entry never read a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npz.tmp", delete=False) as tmp:
+        np.savez(tmp, **arrays)
+    os.replace(tmp.name, path)
+
+
+# --- noisy quadratic model ----------------------------------------------------------------
+
+
+def noisy_quadratic_curvature(dim: int) -> np.ndarray:
+    """Eigenvalues ``h_i = 1/i`` (i = 1..dim) of the noisy quadratic model (Zhang et al. 2019)."""
+    return 1.0 / np.arange(1, dim + 1, dtype=np.float64)
+
+
+def noisy_quadratic(
+    dim: int = 100, n_train: int = 8192, n_val: int = 2048, n_test: int = 2048, seed: int = 1234
+) -> Dataset:
+    """Samples of the noisy quadratic model (NQM) of Zhang et al. 2019, "Which algorithmic
+    choices matter at which batch sizes?".
+
+    Each sample is ``x ~ N(0, H⁻¹)`` with ``H = diag(h)``, ``h_i = 1/i``. The per-sample loss
+    ``½ Σ_i h_i (θ_i − x_i)²`` has gradient ``H(θ − x)``: its mean over the population is ``Hθ``
+    and its covariance is ``H``, which is the NQM with gradient-noise covariance ``C = H`` and
+    condition number ``dim``. A minibatch of size B therefore sees noise ``H/B``.
+
+    The target ``y`` of a sample is its share ``½ Σ h (x − x̄)²`` of the split's minimum loss
+    (``x̄`` = mean of the split), so the mean over a split of (loss − y) is the excess loss
+    ``½ Σ h (θ − x̄)² ≥ 0`` on that split, which reaches 0 at the split's optimum.
+    """
+    h = noisy_quadratic_curvature(dim)
+    rng = np.random.default_rng(seed)
+
+    def split(n: int) -> Split:
+        x = rng.standard_normal((n, dim)) / np.sqrt(h)
+        floor_share = 0.5 * ((x - x.mean(axis=0)) ** 2 @ h)
+        return Split(x.astype(np.float32), floor_share.astype(np.float32))
+
+    return Dataset("noisy_quadratic", split(n_train), split(n_val), split(n_test), num_classes=0)
+
+
+# --- MNIST-1D -------------------------------------------------------------------------------
+
+MNIST1D_VALIDATION = 500
+
+
+def mnist1d(cache_dir: Path) -> Dataset:
+    """MNIST-1D (Greydanus 2020) generated by the ``mnist1d`` package with its default
+    arguments: 4,000 training and 1,000 test sequences of length 40, 10 classes. The last
+    ``MNIST1D_VALIDATION`` samples of a fixed permutation of the training split are the
+    validation split (3,500 / 500 / 1,000).
+
+    Generation takes seconds, so the arrays are cached under ``cache_dir`` in a file keyed by
+    the generation arguments; a changed argument is a new file, never a stale one.
+    """
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    args = get_dataset_args(as_dict=True)
+    generation_args = {k: v for k, v in args.items() if k != "url"}
+    key = hashlib.sha256(json.dumps(generation_args, sort_keys=True).encode()).hexdigest()[:16]
+    path = cache_dir / f"mnist1d-{key}.npz"
+    if not path.exists():
+        # make_dataset seeds numpy's and random's global generators; restore them so
+        # generating the dataset does not change the random streams of the calling program.
+        np_state, py_state = np.random.get_state(), random.getstate()
+        try:
+            raw = make_dataset(get_dataset_args())
+        finally:
+            np.random.set_state(np_state)
+            random.setstate(py_state)
+        atomic_write_npz(
+            path,
+            x=raw["x"].astype(np.float32),
+            y=raw["y"].astype(np.int64),
+            x_test=raw["x_test"].astype(np.float32),
+            y_test=raw["y_test"].astype(np.int64),
+        )
+    with np.load(path) as arrays:
+        x, y = arrays["x"], arrays["y"]
+        test = Split(arrays["x_test"], arrays["y_test"])
+    train, val = carve_validation(x, y, MNIST1D_VALIDATION)
+    return Dataset("mnist1d", train, val, test, num_classes=10)
+
+
+# --- scikit-learn digits --------------------------------------------------------------------
+
+DIGITS_VALIDATION = 360
+DIGITS_TEST = 360
+
+
+def digits() -> Dataset:
+    """scikit-learn's 8×8 handwritten digits (1,797 images, bundled with scikit-learn), as
+    (1, 8, 8) images standardised with the training split's mean and standard deviation.
+    Fixed-seed splits: 1,077 train / 360 validation / 360 test."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    x = (bunch.data / 16.0).astype(np.float32).reshape(-1, 1, 8, 8)
+    y = bunch.target.astype(np.int64)
+    rest, test = carve_validation(x, y, DIGITS_TEST)
+    train, val = carve_validation(rest.x, rest.y, DIGITS_VALIDATION)
+    mean, std = train.x.mean(), train.x.std()
+
+    def standardise(s: Split) -> Split:
+        return Split(((s.x - mean) / std).astype(np.float32), s.y)
+
+    return Dataset("digits", standardise(train), standardise(val), standardise(test), 10)
