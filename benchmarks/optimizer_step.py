@@ -221,7 +221,9 @@ def main(argv: list[str] | None = None) -> None:
         markdown = render(device, table, args)
         print(markdown)
         if not args.no_write:
-            write_section(f"optimizer_step_{device.type}", markdown)
+            write_section(
+                f"optimizer_step_{device.type}{'_compiled' if args.compile else ''}", markdown
+            )
 
 
 if __name__ == "__main__":

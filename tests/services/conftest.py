@@ -1,5 +1,6 @@
 """Fixtures for the service tests: data directories with tiny files in the standard formats
-(written by ``dataset_fixtures``) and the generated MNIST-1D cache."""
+(written by ``dataset_fixtures``), the generated MNIST-1D cache, and one real MLflow tracking
+server per session (``mlflow_server``)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from dataset_fixtures import write_cifar10, write_idx_set
+from mlflow_server import mlflow_server  # noqa: F401 (a session fixture shared by modules)
 
 from services.workloads.datasets import mnist1d
 
