@@ -68,6 +68,9 @@ def environment_lines(device: torch.device) -> list[str]:
         f"- hardware: {hardware(device)}",
         f"- software: Python {platform.python_version()}, torch {torch.__version__}",
         f"- commit: {git_commit()}",
+        # Shared machines: a high load average says the absolute times are inflated.
+        f"- load average when written (1/5/15 min): "
+        f"{' / '.join(f'{load:.1f}' for load in os.getloadavg())}",
     ]
 
 

@@ -34,7 +34,8 @@ class Adagrad(Optimizer):
         weight_decay: λ ≥ 0 (default 0).
         initial_accumulator_value: ≥ 0, the starting value of s (default 0).
         eps: ≥ 0, added to the denominator (default 1e-10).
-        foreach: None or True for the multi-tensor kernel, False for the per-tensor one.
+        foreach: True for the multi-tensor kernel, False for the per-tensor one; None picks
+            multi-tensor on CUDA and per-tensor elsewhere (see :class:`optimizers.Optimizer`).
         maximize: ascend the objective instead of descending it.
         decoupled_weight_decay: p ← p·(1 − lr·λ) before the update instead of g ← g + λ·p.
 

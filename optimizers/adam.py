@@ -39,7 +39,8 @@ class Adam(Optimizer):
         eps: ≥ 0, added to the denominator (default 1e-8).
         weight_decay: λ ≥ 0 (default 0).
         amsgrad: use the AMSGrad variant (default False).
-        foreach: None or True for the multi-tensor kernel, False for the per-tensor one.
+        foreach: True for the multi-tensor kernel, False for the per-tensor one; None picks
+            multi-tensor on CUDA and per-tensor elsewhere (see :class:`optimizers.Optimizer`).
         maximize: ascend the objective instead of descending it.
         decoupled_weight_decay: p ← p·(1 − lr·λ) before the update instead of g ← g + λ·p;
             True makes this AdamW.

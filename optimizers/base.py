@@ -55,7 +55,10 @@ class Optimizer(torch.optim.Optimizer):
     Hyperparameters shared by every subclass: ``lr``, ``weight_decay``,
     ``decoupled_weight_decay`` (False: g ← g + λ·p before any state update; True:
     p ← p·(1 − lr·λ) before the update), ``maximize`` (g ← −g first) and ``foreach``
-    (None or True: the multi-tensor kernel; False: the per-tensor reference kernel).
+    (True: the multi-tensor kernel; False: the per-tensor reference kernel; None, the
+    default: the multi-tensor kernel when every parameter of the group is on a CUDA device
+    and the per-tensor kernel otherwise — torch.optim's rule, because on CPUs the per-tensor
+    kernel is the faster one, see docs/BENCHMARKS.md).
 
     State is created lazily, on a parameter's first step with a gradient, so parameters
     that never receive one have no state.
@@ -163,7 +166,7 @@ class Optimizer(torch.optim.Optimizer):
             if not params:
                 continue
 
-            if group["foreach"] is False:
+            if not _use_foreach(group["foreach"], params):
                 grads = [
                     _effective_gradient(group, param, grad)
                     for param, grad in zip(params, grads, strict=True)
@@ -214,6 +217,13 @@ class Optimizer(torch.optim.Optimizer):
                 state.update(self._init_state(param, group))
             for key, values in zip(keys, state_lists, strict=True):
                 values.append(state.get(key))
+
+
+def _use_foreach(foreach: bool | None, params: list[Tensor]) -> bool:
+    """The kernel a step uses: ``foreach`` when given, else multi-tensor on CUDA only."""
+    if foreach is not None:
+        return foreach
+    return all(param.is_cuda for param in params)
 
 
 def _effective_gradient(group: dict[str, Any], param: Tensor, grad: Tensor) -> Tensor:

@@ -30,7 +30,8 @@ class Lion(Optimizer):
         betas: (β1, β2), each in [0, 1) (default (0.9, 0.99)).
         weight_decay: λ ≥ 0 (default 0).
         maximize: ascend the objective instead of descending it.
-        foreach: None or True for the multi-tensor kernel, False for the per-tensor one.
+        foreach: True for the multi-tensor kernel, False for the per-tensor one; None picks
+            multi-tensor on CUDA and per-tensor elsewhere (see :class:`optimizers.Optimizer`).
         decoupled_weight_decay: True (default, the paper's) for p ← p·(1 − lr·λ) before the
             update; False adds λ·p to the gradient instead.
 

@@ -40,7 +40,8 @@ class NAdam(Optimizer):
         weight_decay: λ ≥ 0 (default 0).
         momentum_decay: ψ ≥ 0 (default 4e-3).
         decoupled_weight_decay: p ← p·(1 − lr·λ) before the update instead of g ← g + λ·p.
-        foreach: None or True for the multi-tensor kernel, False for the per-tensor one.
+        foreach: True for the multi-tensor kernel, False for the per-tensor one; None picks
+            multi-tensor on CUDA and per-tensor elsewhere (see :class:`optimizers.Optimizer`).
         maximize: ascend the objective instead of descending it.
 
     State per parameter: ``step``, ``mu_product`` (Π, a CPU scalar like ``step``),

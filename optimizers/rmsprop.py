@@ -39,7 +39,8 @@ class RMSprop(Optimizer):
         centered: normalize by an estimate of the gradient's variance instead of its
             second moment (default False).
         maximize: ascend the objective instead of descending it.
-        foreach: None or True for the multi-tensor kernel, False for the per-tensor one.
+        foreach: True for the multi-tensor kernel, False for the per-tensor one; None picks
+            multi-tensor on CUDA and per-tensor elsewhere (see :class:`optimizers.Optimizer`).
         decoupled_weight_decay: p ← p·(1 − lr·λ) before the update instead of g ← g + λ·p.
 
     State per parameter: ``step``, ``square_avg`` (v), ``grad_avg`` (ḡ, when centered) and

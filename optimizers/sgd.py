@@ -34,7 +34,8 @@ class SGD(Optimizer):
         weight_decay: λ ≥ 0 (default 0).
         nesterov: use Nesterov momentum; needs momentum > 0 and dampening = 0.
         maximize: ascend the objective instead of descending it.
-        foreach: None or True for the multi-tensor kernel, False for the per-tensor one.
+        foreach: True for the multi-tensor kernel, False for the per-tensor one; None picks
+            multi-tensor on CUDA and per-tensor elsewhere (see :class:`optimizers.Optimizer`).
         decoupled_weight_decay: p ← p·(1 − lr·λ) before the update instead of g ← g + λ·p.
 
     Example::

@@ -355,6 +355,28 @@ def test_mixed_dtypes_in_one_group_match_the_reference_kernel(name: str):
     _assert_equal_states(reference_opt, foreach_opt)
 
 
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize(
+    ("foreach", "expected"), [(None, False), (True, True), (False, False)], ids=str
+)
+def test_default_kernel_on_cpu_is_the_per_tensor_one(
+    name: str, foreach: bool | None, expected: bool, monkeypatch: pytest.MonkeyPatch
+):
+    # torch.optim's rule: multi-tensor only for CUDA tensors (on CPUs the loop is faster)
+    params = _params()
+    opt = optimizers.build_optimizer(name, params, foreach=foreach)
+    used = []
+    original = opt._update
+
+    def recording_update(*args: Any, foreach: bool, **kwargs: Any) -> None:
+        used.append(foreach)
+        original(*args, foreach=foreach, **kwargs)
+
+    monkeypatch.setattr(opt, "_update", recording_update)
+    _run(opt, params, _gradient_sequence(params, 2))
+    assert used and all(choice is expected for choice in used)
+
+
 def test_learning_rate_schedulers_drive_the_learning_rate():
     param = torch.zeros(2)
     opt = optimizers.build_optimizer("sgd", [param], lr=1.0)
