@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 TORCH_CONSTRAINTS ?= $(if $(shell command -v nvidia-smi 2>/dev/null),,constraints/cpu.txt)
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-fast lint format bench clean
+.PHONY: setup browser demo test test-fast lint format bench clean
 
 setup: $(STAMP)
 
@@ -19,13 +19,22 @@ $(STAMP): pyproject.toml constraints/cpu.txt
 	$(PY) -m pip install --quiet $(if $(TORCH_CONSTRAINTS),-c $(TORCH_CONSTRAINTS)) -e '.[dev]'
 	@touch $@
 
+# Headless Chromium renders the report and the dashboard in their tests (Debian's package).
+browser:
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
+	  else \
+	    echo "the tests need Chromium: sudo apt-get install chromium" >&2; exit 1; \
+	  fi; }
+
 demo: setup
 	$(PY) -m services.demo
 
-test: setup
+test: setup browser
 	$(PY) -m pytest -q
 
-test-fast: setup
+test-fast: setup browser
 	$(PY) -m pytest -q -m 'not slow'
 
 lint: setup

@@ -125,6 +125,9 @@ logger = logging.getLogger(__name__)
 DEFAULT_SPOOL_DIR = Path(".optarena/spool")
 PLACEHOLDER_PREFIX = "spool:"
 KEY_TAG = "optarena.key"
+# MLflow's UI opens an experiment of this kind on its runs table ("Model training"), not on
+# the GenAI traces overview it shows for experiments it cannot classify.
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 PHASES = ("search", "final")
 # MLflow run status of a trial by the trainer's status. A diverged trial is a result (its
 # learning rate was too high), not a crash: FAILED is kept for trials that need a look.
@@ -839,7 +842,9 @@ class StudyTracker:
         if experiment is None:
             try:
                 self._experiment_id = self.client.create_experiment(
-                    self.study, artifact_location=artifact_location(self.tracking_uri, self.study)
+                    self.study,
+                    artifact_location=artifact_location(self.tracking_uri, self.study),
+                    tags=EXPERIMENT_TAGS,
                 )
             except MlflowException as error:
                 if error.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
