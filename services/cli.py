@@ -2,8 +2,9 @@
 
 Each subcommand is a function that adds its parser to the subparsers and sets ``handler``
 to the function that runs it; ``COMMANDS`` lists them, so adding a subcommand is one
-function and one entry. Exit codes: 0 ok, 1 the run failed (a diverged or failed trial), 2
-bad input (unknown name, invalid value, missing data file).
+function and one entry. Exit codes: 0 ok, 1 the run failed (a diverged or failed trial, a
+failed study), 2 bad input (unknown name, invalid value, missing data file), 130 a study
+interrupted with Ctrl-C.
 """
 
 from __future__ import annotations
@@ -161,9 +162,134 @@ def _print_summary(result: TrialResult) -> None:
     print("\n".join(f"{label:<{width}}{value}" for label, value in rows))
 
 
+# --- optarena run ---------------------------------------------------------------------------
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {value}")
+    return value
+
+
+def add_run_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "run",
+        help="run a study: tune every optimizer of a study file on Ray workers",
+        description=(
+            "Run the study file SPEC: search each arm's (workload x optimizer) "
+            "hyperparameters with the same budget on Ray workers, then re-run each arm's "
+            "best configuration with the final-phase seeds; results go to the Optuna "
+            "storage and MLflow. Running the same command again resumes a stopped study "
+            "without repeating finished trials. Exit code 0 when every arm finished, 1 when "
+            "the study failed (or an arm has no completed trial), 2 for invalid input, 130 "
+            "when interrupted (Ctrl-C)."
+        ),
+    )
+    parser.add_argument(
+        "spec", metavar="SPEC", help="the study file, e.g. studies/quickstart.yaml"
+    )
+    parser.add_argument(
+        "--trials", type=positive_int, metavar="N", help="trials per arm (default: the file's)"
+    )
+    parser.add_argument(
+        "--workers",
+        type=positive_int,
+        metavar="N",
+        help="trials running at once (default: the file's resources.workers)",
+    )
+    parser.add_argument(
+        "--storage",
+        metavar="URL",
+        help="Optuna storage, journal://PATH or postgresql+psycopg://USER@HOST:PORT/DB "
+        "(default: $OPTARENA_STORAGE, the file's storage, journal://.optarena/optuna.journal)",
+    )
+    parser.add_argument(
+        "--tracking-uri",
+        metavar="URI",
+        help="MLflow tracking URI (default: $OPTARENA_TRACKING_URI, the file's tracking_uri, "
+        "sqlite:///.optarena/mlflow.db)",
+    )
+    parser.add_argument(
+        "--address",
+        metavar="ADDR",
+        help="join the Ray cluster whose head is at ADDR (host:port, or auto) instead of "
+        "starting a local one",
+    )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check the study file and print the plan (arms, budget, trials left, resources, "
+        "endpoints) without running anything",
+    )
+    parser.add_argument(
+        "--quiet",
+        action="store_true",
+        help="print one line per finished trial instead of the live table (the default when "
+        "stdout is not a terminal)",
+    )
+    parser.add_argument(
+        "--grace-period",
+        type=positive_int,
+        metavar="S",
+        help="seconds without a heartbeat after which a running trial counts as lost and is "
+        "retried, e.g. after its worker's machine went away (default 60)",
+    )
+    parser.add_argument(
+        "--dashboard", action="store_true", help="start Ray's dashboard with the local instance"
+    )
+    parser.set_defaults(handler=run_study_file)
+
+
+def run_study_file(args: argparse.Namespace) -> int:
+    from services.search import GRACE_PERIOD_S
+    from services.spec import SpecError, load_spec, parse_spec, resolve_endpoints
+    from services.study import format_plan, plan_study, run_study
+
+    try:
+        spec = load_spec(args.spec)
+        if args.trials is not None or args.workers is not None:
+            # Validated again, as if the file said so (a grid has room for so many trials).
+            data = spec.model_dump(mode="json", by_alias=True, exclude_unset=True)
+            if args.trials is not None:
+                data["budget"] = {**data["budget"], "trials": args.trials}
+            if args.workers is not None:
+                data["resources"] = {**data.get("resources", {}), "workers": args.workers}
+            spec = parse_spec(data, source=f"{args.spec} with the command's options")
+        storage, tracking = resolve_endpoints(
+            spec, storage=args.storage, tracking_uri=args.tracking_uri
+        )
+    except SpecError as error:
+        raise BadInput(str(error)) from None
+    if args.dry_run:
+        print(format_plan(plan_study(spec, storage, tracking, args.address)))
+        return EXIT_OK
+    outcome = run_study(
+        spec,
+        storage,
+        tracking,
+        address=args.address,
+        grace_period_s=args.grace_period or GRACE_PERIOD_S,
+        quiet=args.quiet,
+        dashboard=args.dashboard,
+    )
+    if outcome.exit_code == EXIT_OK:
+        print(outcome.message)
+    else:
+        print(f"optarena run: {outcome.message}", file=sys.stderr)
+    return outcome.exit_code
+
+
 # --- entry point ----------------------------------------------------------------------------
 
-COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (add_train_parser,)
+COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
+    add_train_parser,
+    add_run_parser,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
