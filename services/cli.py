@@ -286,9 +286,58 @@ def run_study_file(args: argparse.Namespace) -> int:
 
 # --- entry point ----------------------------------------------------------------------------
 
+
+def add_dashboard_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "dashboard",
+        help="serve the MLflow UI over the study records (127.0.0.1 unless --host)",
+        description=(
+            "Serve MLflow's UI over the tracking store that studies record to, on 127.0.0.1 "
+            "by default, and print its URL. A tracking URI that already is a server "
+            "(http://...) is only printed. Stop with Ctrl-C."
+        ),
+    )
+    parser.add_argument(
+        "--tracking-uri",
+        help="default: $OPTARENA_TRACKING_URI, else sqlite:///.optarena/mlflow.db",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
+    parser.add_argument("--port", type=int, default=5000, help="default 5000")
+    parser.set_defaults(handler=run_dashboard)
+
+
+def run_dashboard(args: argparse.Namespace) -> int:
+    import os
+
+    from services.dashboard import start_dashboard
+    from services.spec import DEFAULT_TRACKING_URI, TRACKING_URI_ENV
+
+    uri = args.tracking_uri or os.environ.get(TRACKING_URI_ENV) or DEFAULT_TRACKING_URI
+    try:
+        dashboard = start_dashboard(uri, host=args.host, port=args.port)
+    except FileNotFoundError as error:
+        raise BadInput(str(error)) from error
+    if dashboard.process is None:
+        print(f"the tracking server is the dashboard: {dashboard.url}")
+        return EXIT_OK
+    try:
+        dashboard.wait_until_ready()
+        print(f"MLflow dashboard: {dashboard.url}  (Ctrl-C stops it)", flush=True)
+        dashboard.process.wait()
+    except KeyboardInterrupt:
+        return EXIT_OK
+    except RuntimeError as error:
+        print(f"optarena dashboard: error: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    finally:
+        dashboard.stop()
+    return EXIT_OK
+
+
 COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     add_train_parser,
     add_run_parser,
+    add_dashboard_parser,
 )
 
 

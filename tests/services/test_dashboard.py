@@ -142,3 +142,13 @@ def test_experiment_page_renders_in_headless_chromium(dashboard, tmp_path: Path)
     assert f"{STUDY} · " in dom
     text = re.sub(r"<[^>]+>", " ", dom)  # the page's text, without markup
     assert re.search(r"\b7\s+matching runs", text)
+
+
+def test_dashboard_command_without_records_exits_2_and_says_what_to_do(tmp_path: Path, capsys):
+    from services.cli import main
+
+    missing = tmp_path / "nothing" / "mlflow.db"
+    assert main(["dashboard", "--tracking-uri", f"sqlite:///{missing}"]) == 2
+    error = capsys.readouterr().err
+    assert str(missing) in error
+    assert "optarena run" in error
