@@ -28,8 +28,10 @@ browser:
 	    echo "the tests need Chromium: sudo apt-get install chromium" >&2; exit 1; \
 	  fi; }
 
+# A real study on the embedded default: local Ray, records under .optarena/, data made here.
 demo: setup
-	$(PY) -m services.demo
+	$(VENV)/bin/optarena run studies/quickstart.yaml
+	@echo "Browse every run: $(VENV)/bin/optarena dashboard"
 
 test: setup browser
 	$(PY) -m pytest -q
