@@ -284,6 +284,60 @@ def run_study_file(args: argparse.Namespace) -> int:
     return outcome.exit_code
 
 
+# --- optarena report ------------------------------------------------------------------------
+
+
+def add_report_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "report",
+        help="write a study's comparison report (HTML, Markdown, CSV)",
+        description=(
+            "Read the study's runs from MLflow (and its Optuna storage, for hyperparameter "
+            "importances) and write DIR/index.html (self-contained), DIR/report.md and one "
+            "CSV per table: per-arm results with confidence intervals over the final-phase "
+            "seeds, rankings with significance tests, performance profiles and figures. "
+            "They are also logged to the study's latest MLflow run. A partial study is "
+            "reported with notes on what is missing. Exit code 2 for a study the tracking "
+            "store does not have (the studies it has are listed)."
+        ),
+    )
+    parser.add_argument("study", metavar="STUDY", help="the study's name, e.g. quickstart")
+    parser.add_argument(
+        "--tracking-uri",
+        metavar="URI",
+        help="MLflow tracking URI (default: $OPTARENA_TRACKING_URI, "
+        "sqlite:///.optarena/mlflow.db)",
+    )
+    parser.add_argument(
+        "--storage",
+        metavar="URL",
+        help="Optuna storage for the importances (default: the one the study recorded)",
+    )
+    parser.add_argument(
+        "--out", metavar="DIR", help="output directory (default: .optarena/reports/STUDY)"
+    )
+    parser.set_defaults(handler=run_report)
+
+
+def run_report(args: argparse.Namespace) -> int:
+    import os
+
+    from services.report import UnknownStudy, build_report
+    from services.spec import DEFAULT_TRACKING_URI, TRACKING_URI_ENV
+
+    tracking_uri = args.tracking_uri or os.environ.get(TRACKING_URI_ENV) or DEFAULT_TRACKING_URI
+    try:
+        outcome = build_report(args.study, tracking_uri, args.out, storage_url=args.storage)
+    except (UnknownStudy, FileNotFoundError) as error:
+        raise BadInput(str(error)) from error
+    for note in outcome.notes:
+        print(f"note: {note}")
+    print(f"report: {outcome.out_dir / 'index.html'}")
+    if outcome.logged_to_run:
+        print(f"logged to MLflow run {outcome.logged_to_run} (artifacts: report/)")
+    return EXIT_OK
+
+
 # --- entry point ----------------------------------------------------------------------------
 
 
@@ -337,6 +391,7 @@ def run_dashboard(args: argparse.Namespace) -> int:
 COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     add_train_parser,
     add_run_parser,
+    add_report_parser,
     add_dashboard_parser,
 )
 
