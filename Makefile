@@ -51,6 +51,8 @@ format: setup
 bench: setup
 	$(PY) -m benchmarks.optimizer_step
 	$(PY) -m benchmarks.trainer_overhead
+	$(PY) -m benchmarks.study_overhead
+	$(PY) -m benchmarks.report_scale
 
 clean:
 	rm -rf $(VENV) .optarena .pytest_cache .ruff_cache *.egg-info
