@@ -31,7 +31,6 @@ browser:
 # A real study on the embedded default: local Ray, records under .optarena/, data made here.
 demo: setup
 	$(VENV)/bin/optarena run studies/quickstart.yaml
-	$(VENV)/bin/optarena report quickstart
 	@echo "Browse every run: $(VENV)/bin/optarena dashboard"
 
 test: setup browser

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 if TYPE_CHECKING:  # the trainer imports torch: loaded only when a command needs it
+    from services.report import ReportOutcome
     from services.trainer import EpochMetrics, TrialResult
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
@@ -184,10 +185,11 @@ def add_run_parser(subparsers: argparse._SubParsersAction) -> None:
             "Run the study file SPEC: search each arm's (workload x optimizer) "
             "hyperparameters with the same budget on Ray workers, then re-run each arm's "
             "best configuration with the final-phase seeds; results go to the Optuna "
-            "storage and MLflow. Running the same command again resumes a stopped study "
+            "storage and MLflow, and the comparison report is written at the end (see "
+            "`optarena report`). Running the same command again resumes a stopped study "
             "without repeating finished trials. Exit code 0 when every arm finished, 1 when "
-            "the study failed (or an arm has no completed trial), 2 for invalid input, 130 "
-            "when interrupted (Ctrl-C)."
+            "the study failed (or an arm has no completed trial, or the report could not be "
+            "written), 2 for invalid input, 130 when interrupted (Ctrl-C)."
         ),
     )
     parser.add_argument(
@@ -242,6 +244,16 @@ def add_run_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--dashboard", action="store_true", help="start Ray's dashboard with the local instance"
     )
+    parser.add_argument(
+        "--report-dir",
+        metavar="DIR",
+        help="where the report written at the end goes (default: .optarena/reports/STUDY)",
+    )
+    parser.add_argument(
+        "--no-report",
+        action="store_true",
+        help="do not write the report at the end (`optarena report STUDY` writes it later)",
+    )
     parser.set_defaults(handler=run_study_file)
 
 
@@ -281,7 +293,33 @@ def run_study_file(args: argparse.Namespace) -> int:
         print(outcome.message)
     else:
         print(f"optarena run: {outcome.message}", file=sys.stderr)
-    return outcome.exit_code
+    # A study that ran (finished, or failed with some arms recorded) gets its report; one
+    # stopped by Ctrl-C or bad input does not, and neither does one that recorded nothing.
+    ran = outcome.exit_code in (EXIT_OK, EXIT_FAILED) and outcome.parent_run_id is not None
+    if args.no_report or not ran:
+        return outcome.exit_code
+    reported = write_study_report(spec.study, tracking.uri, storage.uri, args.report_dir)
+    return outcome.exit_code if reported else EXIT_FAILED
+
+
+def write_study_report(
+    study: str, tracking_uri: str, storage_url: str | None, out_dir: str | None
+) -> bool:
+    """Write ``study``'s report and print where it is; a report that cannot be written is
+    reported on stderr (the study's records are unaffected) and returns False."""
+    from services.report import build_report
+
+    try:
+        outcome = build_report(study, tracking_uri, out_dir, storage_url=storage_url)
+    except Exception as error:  # the study is recorded: say so and go on
+        print(
+            f"optarena run: the report could not be written ({type(error).__name__}: {error}); "
+            f"the study's records are intact: `optarena report {study}` retries it",
+            file=sys.stderr,
+        )
+        return False
+    print_report_outcome(outcome)
+    return True
 
 
 # --- optarena report ------------------------------------------------------------------------
@@ -330,12 +368,16 @@ def run_report(args: argparse.Namespace) -> int:
         outcome = build_report(args.study, tracking_uri, args.out, storage_url=args.storage)
     except (UnknownStudy, FileNotFoundError) as error:
         raise BadInput(str(error)) from error
+    print_report_outcome(outcome)
+    return EXIT_OK
+
+
+def print_report_outcome(outcome: ReportOutcome) -> None:
     for note in outcome.notes:
         print(f"note: {note}")
     print(f"report: {outcome.out_dir / 'index.html'}")
     if outcome.logged_to_run:
         print(f"logged to MLflow run {outcome.logged_to_run} (artifacts: report/)")
-    return EXIT_OK
 
 
 # --- entry point ----------------------------------------------------------------------------

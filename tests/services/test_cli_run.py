@@ -225,10 +225,25 @@ def test_optarena_run_runs_a_study_with_the_embedded_defaults(tmp_path: Path) ->
     assert sum(" final seed 1 " in line for line in lines) == 2
     assert (tmp_path / ".optarena" / "optuna.journal").exists()
     assert (tmp_path / ".optarena" / "mlflow.db").exists()
+    report = tmp_path / ".optarena" / "reports" / "cli" / "index.html"
+    assert f"report: {Path('.optarena/reports/cli/index.html')}" in done.stdout
+    assert "sgd" in report.read_text() and "adam" in report.read_text()
     again = optarena("run", str(path), "--dry-run", cwd=tmp_path)
     assert "sgd · quadratic  (cli/quadratic/sgd): 3 finished, 0 to run, 1/1 final runs done" in (
         again.stdout
     )
+    # Resumed with nothing left to run, it still reports; a report that cannot be written
+    # (its directory is a file) fails the command and says how to retry, records intact.
+    blocked = tmp_path / "not-a-directory"
+    blocked.write_text("")
+    resumed = optarena("run", str(path), "--report-dir", str(blocked / "report"), cwd=tmp_path)
+    assert resumed.returncode == 1
+    assert "the report could not be written" in resumed.stderr
+    assert "`optarena report cli` retries it" in resumed.stderr
+    assert sum(" search trial " in line for line in resumed.stdout.splitlines()) == 0
+    skipped = optarena("run", str(path), "--no-report", cwd=tmp_path)
+    assert skipped.returncode == 0, skipped.stderr
+    assert "report:" not in skipped.stdout
 
 
 @pytest.mark.slow
