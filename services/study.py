@@ -107,8 +107,8 @@ from services.search import (
 )
 from services.spec import Arm, Endpoint, StudySpec
 from services.tracking import StudyTracker
-from services.trainer import EpochMetrics, TrialResult, run_trial
-from services.workloads import DataFileMissing
+from services.trainer import EpochMetrics, TrialConfig, TrialResult, run_trial
+from services.workloads import DataFileMissing, get_workload
 
 Phase = Literal["search", "final"]
 FINAL_SUFFIX = "/final"
@@ -374,6 +374,11 @@ class TrialRecorder:
                     self._idle.notify_all()
 
 
+def _quietly(action: Callable[[], object]) -> None:
+    with contextlib.suppress(Exception):
+        action()
+
+
 class _TrialRecords:
     """One trial's MLflow run, created and written through the worker's recorder."""
 
@@ -409,6 +414,24 @@ class TrialWorker:
         self._storage: BaseStorage | None = None
         self._studies: dict[tuple[int, Phase], ArmStudy] = {}
         self._recorder = TrialRecorder()
+        self._warm_up()
+
+    def _warm_up(self) -> None:
+        """Pay this process's one-time costs before its first trial, so that they count as
+        the worker's start-up and not as that trial's time: reading each workload's data,
+        the first optimizer construction (where torch imports its compiler: over a second)
+        and the MLflow client (a SQLite store checks its schema). Errors are left to the
+        trials, which meet them again and record them."""
+        spec, tracker = self.settings.spec, self.settings.tracker
+        self._recorder.submit(functools.partial(_quietly, lambda: tracker.client))
+        loaded: set[str] = set()
+        for arm in spec.arms():
+            with contextlib.suppress(Exception):
+                config = TrialConfig.from_dict(spec.trial_config(arm, {}))  # builds the optimizer
+                if arm.workload not in loaded:
+                    get_workload(arm.workload).load_data(config.data_dir, config.download)
+                    loaded.add(arm.workload)
+        self._recorder.drain()
 
     @property
     def tag(self) -> str:

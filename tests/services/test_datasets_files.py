@@ -6,6 +6,8 @@ import gzip
 import hashlib
 import io
 import random
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -34,6 +36,8 @@ from services.workloads.files import (
     read_idx,
     read_idx_dataset,
 )
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def rows(x: np.ndarray) -> set[bytes]:
@@ -293,6 +297,19 @@ def test_mnist1d_is_generated_once_then_read_from_the_cache(
     monkeypatch.setattr(mnist1d.data, "make_dataset", regenerate)
     assert len(list(mnist1d_cache.glob("mnist1d-*.npz"))) == 1
     assert len(datasets.mnist1d(mnist1d_cache).test) == 1000
+
+
+def test_a_cached_mnist1d_read_does_not_import_the_generator(mnist1d_cache: Path) -> None:
+    # mnist1d imports matplotlib and SciPy: over a second in every fresh worker process.
+    code = (
+        "import sys; from pathlib import Path; from services.workloads.datasets import mnist1d; "
+        f"mnist1d(Path({str(mnist1d_cache)!r})); print(sorted(m for m in sys.modules "
+        "if m.split('.')[0] in ('mnist1d', 'matplotlib', 'scipy')))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True
+    )
+    assert done.stdout.strip() == "[]"
 
 
 def test_mnist1d_generation_leaves_the_global_generators_alone(
