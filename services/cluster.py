@@ -46,6 +46,8 @@ from ray.exceptions import RayActorError, RayError, RayTaskError
 LOCAL_OBJECT_STORE_BYTES = 128 * 1024**2
 # How long joining a cluster waits for its head to answer before giving up.
 REACH_TIMEOUT_S = 10.0
+# Ray's fixed-point resource unit: quantities are whole multiples of 1/10,000.
+RESOURCE_UNITS = 10_000
 # How often a worker checks that its raylet still runs.
 PARENT_CHECK_S = 0.5
 
@@ -65,11 +67,16 @@ class ClusterInfo:
 
 
 def start_cluster(
-    address: str | None = None, *, num_cpus: int | None = None, dashboard: bool = False
+    address: str | None = None,
+    *,
+    num_cpus: int | None = None,
+    num_gpus: int | None = None,
+    dashboard: bool = False,
 ) -> ClusterInfo:
     """Start a local Ray instance, or join the cluster at ``address`` (``host:port`` of its
-    head, or ``auto``). ``num_cpus`` sets a local instance's CPUs (default: this machine's);
-    ``dashboard`` starts Ray's dashboard with it. A process already connected to a cluster
+    head, or ``auto``). ``num_cpus`` and ``num_gpus`` set a local instance's CPUs and GPUs
+    (default: what Ray detects on this machine); ``dashboard`` starts Ray's dashboard with
+    it. A process already connected to a cluster
     (a notebook, a test) keeps that one and ``address`` is ignored.
 
     Raises ``ConnectionError`` naming the address when the cluster cannot be reached.
@@ -80,6 +87,7 @@ def start_cluster(
     if address is None:
         context = ray.init(
             num_cpus=num_cpus,
+            num_gpus=num_gpus,
             include_dashboard=dashboard,
             object_store_memory=LOCAL_OBJECT_STORE_BYTES,
             logging_level=logging.WARNING,
@@ -137,6 +145,19 @@ class Placement:
     def describe(self) -> str:
         gpus = f", {self.num_gpus:g} GPU" if self.num_gpus else ""
         return f"{self.num_cpus:g} CPU{gpus} per worker"
+
+    def fits(self, info: ClusterInfo) -> int:
+        """How many workers placed so fit on the cluster at once. Ray counts resources in
+        steps of 1/10,000, so ten workers of 0.1 GPU fit on one GPU (where ``1 // 0.1`` is
+        9 in floating point)."""
+        fit = _count(info.cpus, self.num_cpus)
+        if self.num_gpus:
+            fit = min(fit, _count(info.gpus, self.num_gpus))
+        return fit
+
+
+def _count(total: float, each: float) -> int:
+    return round(total * RESOURCE_UNITS) // round(each * RESOURCE_UNITS)
 
 
 def placement(

@@ -1021,9 +1021,7 @@ class StudyRunner:
             resources.cpus_per_trial, resources.gpus_per_trial, info.gpus
         )
         workers = resources.workers
-        fit = int(info.cpus // placement.num_cpus)
-        if placement.num_gpus:
-            fit = min(fit, int(info.gpus // placement.num_gpus))
+        fit = placement.fits(info)
         if fit < workers:
             self.progress.note(
                 f"the cluster has room for {fit} of the {workers} workers "
