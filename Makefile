@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 TORCH_CONSTRAINTS ?= $(if $(shell command -v nvidia-smi 2>/dev/null),,constraints/cpu.txt)
 STAMP := $(VENV)/.installed
 
-.PHONY: setup browser demo test test-fast lint format bench clean
+.PHONY: setup browser demo test test-fast lint format bench bench-gpu clean
 
 setup: $(STAMP)
 
@@ -52,6 +52,10 @@ bench: setup
 	$(PY) -m benchmarks.trainer_overhead
 	$(PY) -m benchmarks.study_overhead
 	$(PY) -m benchmarks.report_scale
+
+# On a machine with a CUDA GPU: trials sharing it (gpus_per_trial 1, 0.25, 0.0625).
+bench-gpu: setup
+	$(PY) -m benchmarks.gpu_sharing
 
 clean:
 	rm -rf $(VENV) .optarena .pytest_cache .ruff_cache *.egg-info
