@@ -85,6 +85,19 @@ def running_with_worker(trials: list[FrozenTrial]) -> list[FrozenTrial]:
     return []
 
 
+def a_trial_well_inside_its_training(url: str, name: str) -> FrozenTrial:
+    """A trial that has been running for a while and still runs: one that ended meanwhile
+    (trials here last about a second, and a diverging one far less) is passed over."""
+    deadline = time.monotonic() + 120
+    while True:
+        victim = wait_until(lambda: running_with_worker(trials_of(url, name)), 120, "a trial")[0]
+        time.sleep(0.3)
+        now = {t.number: t.state for t in trials_of(url, name)}
+        if now.get(victim.number) == TrialState.RUNNING:
+            return victim
+        assert time.monotonic() < deadline, "no trial ran long enough to be killed"
+
+
 def assert_exact_budget(spec: StudySpec, url: str, tracking: str) -> dict[str, list[FrozenTrial]]:
     """Every arm finished exactly the budget, every reserved trial ran once, the final phase
     is done, and MLflow has exactly one run per Optuna trial that started."""
@@ -136,10 +149,7 @@ def test_a_worker_killed_mid_trial_loses_only_that_trial(
     killed: list[FrozenTrial] = []
 
     def kill_a_worker() -> None:
-        victim = wait_until(
-            lambda: running_with_worker(trials_of(url, arm.study_name)), 120, "a running trial"
-        )[0]
-        time.sleep(0.3)  # well inside its training
+        victim = a_trial_well_inside_its_training(url, arm.study_name)
         os.kill(victim.user_attrs[RUN_ATTR]["pid"], signal.SIGKILL)
         killed.append(victim)
 
@@ -299,11 +309,7 @@ def test_a_lost_node_loses_only_its_trials(tmp_path: Path) -> None:
     lost: list[FrozenTrial] = []
 
     def lose_a_node() -> None:
-        running = wait_until(
-            lambda: running_with_worker(trials_of(url, arm.study_name)), 120, "running trials"
-        )
-        victim = running[0]
-        time.sleep(0.3)
+        victim = a_trial_well_inside_its_training(url, arm.study_name)
         # The node whose raylet started the worker running this trial.
         stat = Path(f"/proc/{victim.user_attrs[RUN_ATTR]['pid']}/stat").read_text()
         raylet = int(stat.rsplit(")", 1)[1].split()[1])
