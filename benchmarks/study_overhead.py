@@ -266,7 +266,7 @@ def report(
     for label, timing in (
         ("quadratic, 1 epoch, 1 worker", short),
         (
-            f"quadratic, batch 16, {long.spec.trial['epochs']} epochs (~2 s trials), "
+            f"quadratic, batch 16, {long.spec.trial['epochs']} epochs (2 s in a bare process), "
             "every epoch reported to Optuna, 1 worker",
             long,
         ),
