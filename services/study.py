@@ -374,11 +374,6 @@ class TrialRecorder:
                     self._idle.notify_all()
 
 
-def _quietly(action: Callable[[], object]) -> None:
-    with contextlib.suppress(Exception):
-        action()
-
-
 class _TrialRecords:
     """One trial's MLflow run, created and written through the worker's recorder."""
 
@@ -423,7 +418,12 @@ class TrialWorker:
         and the MLflow client (a SQLite store checks its schema). Errors are left to the
         trials, which meet them again and record them."""
         spec, tracker = self.settings.spec, self.settings.tracker
-        self._recorder.submit(functools.partial(_quietly, lambda: tracker.client))
+
+        def open_client() -> None:
+            with contextlib.suppress(Exception):
+                _ = tracker.client
+
+        self._recorder.submit(open_client)
         loaded: set[str] = set()
         for arm in spec.arms():
             with contextlib.suppress(Exception):
